@@ -45,8 +45,9 @@ def run_hydra_command(command: str, args: list[str]) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from ssl_zoo.config import split_hydra_flags, validate_overrides
+    from ssl_zoo.config import register_plugin_configs, split_hydra_flags, validate_overrides
 
+    register_plugin_configs()
     flags, overrides = split_hydra_flags(args)
     if not any(f in ("-h", "--help", "--hydra-help", "--info", "-i") for f in flags):
         try:

@@ -7,8 +7,12 @@ first (every combination of a sweep), with the same config tree Hydra uses.
 from __future__ import annotations
 
 import itertools
+from importlib.metadata import entry_points
 from typing import Any
 
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 from ssl_zoo.errors import UserError
@@ -17,6 +21,25 @@ CONFIG_MODULE = "ssl_zoo.conf"
 MAX_CHECKED_COMBINATIONS = 64
 HYDRA_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
                           "--info", "-c", "--cfg", "-p", "--package", "--experimental-rerun"}
+
+
+class PluginConfigSearchPath(SearchPathPlugin):
+    """Adds the config packages of installed plugins to Hydra's search path.
+
+    A plugin declares ``[project.entry-points."ssl_zoo.configs"] NAME = "pkg.conf"``
+    where ``pkg.conf`` holds ``method/<name>.yaml``. Registered explicitly
+    (not through the ``hydra_plugins`` namespace) so it also works from an
+    editable install.
+    """
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for ep in sorted(entry_points(group="ssl_zoo.configs"), key=lambda e: e.name):
+            search_path.append(provider=f"ssl_zoo-plugin-{ep.name}", path=f"pkg://{ep.value}")
+
+
+def register_plugin_configs() -> None:
+    """Call before composing ssl_zoo's config with Hydra (the CLI does)."""
+    Plugins.instance().register(PluginConfigSearchPath)
 
 
 def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
@@ -67,6 +90,7 @@ def validate_overrides(config_name: str, overrides: list[str]) -> None:
     except OverrideParseException as exc:
         raise UserError(f"malformed override: {str(exc).strip().splitlines()[0]}") from None
 
+    register_plugin_configs()
     GlobalHydra.instance().clear()
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()

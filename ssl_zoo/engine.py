@@ -45,6 +45,9 @@ class SSLModule(L.LightningModule):
                 self.log(f"train/{key}", value, batch_size=n)
         return out["loss"]
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.objective.before_optimizer_step(self.current_epoch)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.objective.after_step(self._progress())
 
@@ -104,8 +107,9 @@ class _AppendingWriter(_ExperimentWriter):
 class RunCSVLogger(CSVLogger):
     """metrics.csv directly in the run directory, appended to on resume."""
 
-    def __init__(self, run_dir: str):
-        super().__init__(save_dir=run_dir, name="", version="")
+    def __init__(self, run_dir: str, flush_every_n_steps: int = 10):
+        # flush often: a killed run keeps its rows up to the last checkpoint
+        super().__init__(save_dir=run_dir, name="", version="", flush_logs_every_n_steps=flush_every_n_steps)
 
     @property
     def experiment(self) -> _ExperimentWriter:

@@ -9,6 +9,9 @@ def _config_options(group: str) -> list[str]:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from ssl_zoo.config import register_plugin_configs
+
+    register_plugin_configs()
     GlobalHydra.instance().clear()
     with initialize_config_module("ssl_zoo.conf", version_base="1.3"):
         options = GlobalHydra.instance().config_loader().get_group_options(group)

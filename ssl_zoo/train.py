@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ from ssl_zoo.eval.runner import check_protocols, evaluate
 from ssl_zoo.results import config_hash
 
 log = logging.getLogger(__name__)
+
+
+def quiet_lightning() -> None:
+    """Route Lightning's messages through Hydra's logging (console + run log)
+    instead of its own handler, which printed each line twice."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("lightning"):
+            logging.getLogger(name).handlers.clear()
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def resolve_device(device: str) -> str:
@@ -54,7 +65,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     return L.Trainer(
         max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), precision=t.precision, accelerator=accelerator,
         devices=t.devices, num_nodes=int(t.num_nodes), strategy=t.strategy, callbacks=[ckpt],
-        logger=RunCSVLogger(str(run_dir)), log_every_n_steps=int(t.log_every_n_steps),
+        logger=RunCSVLogger(str(run_dir), int(t.log_every_n_steps)), log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
         gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=int(t.accumulate_grad_batches),
         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir), deterministic=False)
@@ -64,6 +75,7 @@ BASELINES = {"random_init": random_init_source, "pixels": lambda cfg, bundle: pi
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    quiet_lightning()
     check_protocols(list(cfg.eval.protocols))
     unknown = [b for b in cfg.eval.baselines if b not in BASELINES]
     if unknown:
