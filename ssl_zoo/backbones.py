@@ -69,6 +69,8 @@ def build_backbone(cfg: Mapping[str, Any], image_size: int) -> Backbone:
             kwargs["patch_size"] = int(cfg["patch_size"])
     model = timm.create_model(name, pretrained=bool(cfg.get("pretrained", False)), num_classes=0, **kwargs)
     if cfg.get("small_stem", False):
+        if is_vit:
+            raise UserError(f"backbone.small_stem=true is for CNNs; {name} is a ViT (set backbone.patch_size instead)")
         _small_image_stem(model)
     if cfg.get("grad_checkpointing", False):
         model.set_grad_checkpointing(True)
