@@ -25,8 +25,44 @@ def _objectives() -> list[str]:
             for n in OBJECTIVES.names()]
 
 
+def _data_configs(names: list[str]) -> dict[str, dict]:
+    """Each dataset's resolved default ``data`` config (None where it has none)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from ssl_zoo.config import register_plugin_configs
+
+    register_plugin_configs()
+    GlobalHydra.instance().clear()
+    out = {}
+    with initialize_config_module("ssl_zoo.conf", version_base="1.3"):
+        options = set(GlobalHydra.instance().config_loader().get_group_options("data"))
+        for n in names:
+            try:
+                out[n] = OmegaConf.to_container(compose("eval", overrides=[f"data={n}"]).data, resolve=True) \
+                    if n in options else None
+            except Exception as exc:  # a broken plugin config must not hide the other datasets
+                out[n] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    GlobalHydra.instance().clear()
+    return out
+
+
 def _datasets() -> list[str]:
-    return [f"{n:<14} from {DATASETS.source(n)}" for n in DATASETS.names()]
+    """Name, size, classes and whether its files are here (loaders carry a DatasetSpec)."""
+    names = DATASETS.names()
+    configs = _data_configs(names)
+    lines = []
+    for n in names:
+        spec = getattr(DATASETS.get(n), "spec", None)
+        cfg = configs[n]
+        if cfg is None or "error" in cfg:
+            where = f"config: {'MISSING' if cfg is None else 'broken: ' + cfg['error']}"
+        else:
+            where = f"available: {spec.availability(cfg) if spec else '?'}"
+        about = f"{spec.title}; {spec.size}; classes: {spec.classes}" if spec else "(no description)"
+        lines.append(f"{n:<14} {about}; {where}; from {DATASETS.source(n)}")
+    return lines
 
 
 def _backbones() -> list[str]:

@@ -47,7 +47,11 @@ class View(nn.Module):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
         r = dict(recipe)
-        ops: list[nn.Module] = [K.RandomResizedCrop((size, size), scale=tuple(r.get("crop_scale", (0.2, 1.0))))]
+        self.size = int(size)
+        # kornia draws the per-sample crop boxes; torchvision's roi_align resamples them in one
+        # kernel (bit-for-bit kornia's bilinear crop, ~4x faster on CPU: see tests/test_data_views.py)
+        self.crop = K.RandomResizedCrop((size, size), scale=tuple(r.get("crop_scale", (0.2, 1.0))))
+        ops: list[nn.Module] = []
         if r.get("flip", 0.5):
             ops.append(K.RandomHorizontalFlip(p=float(r.get("flip", 0.5))))
         jitter = r.get("jitter")
@@ -59,12 +63,27 @@ class View(nn.Module):
             ops.append(K.RandomGrayscale(p=float(r["grayscale"])))
         if r.get("blur", 0.0):
             k = max(3, (size // 10) | 1)  # odd kernel ~10% of the image, as in SimCLR
-            ops.append(K.RandomGaussianBlur((k, k), (0.1, 2.0), p=float(r["blur"])))
+            ops.append(K.RandomGaussianBlur((k, k), tuple(r.get("blur_sigma", (0.1, 2.0))), p=float(r["blur"])))
         if r.get("solarize", 0.0):
             ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=float(r["solarize"])))
         ops.append(K.Normalize(torch.tensor(mean), torch.tensor(std)))
         self.augment = K.AugmentationSequential(*ops)
 
+    def crop_boxes(self, src: torch.Tensor) -> torch.Tensor:
+        """(B, 5) roi_align boxes from kornia's crop corners ``src`` (B, 4, 2) as (x, y).
+        Kornia maps the crop's corner pixel centres onto the output's corner pixel
+        centres; roi_align samples bin centres, hence the half-bin shifts."""
+        (x0, y0), (x1, y1), s = src[:, 0].T, src[:, 2].T, self.size
+        wx, wy = (x1 - x0) / (s - 1), (y1 - y0) / (s - 1)
+        bx0, by0 = x0 + 0.5 - 0.5 * wx, y0 + 0.5 - 0.5 * wy
+        idx = torch.arange(len(src), dtype=src.dtype, device=src.device)
+        return torch.stack([idx, bx0, by0, bx0 + s * wx, by0 + s * wy], 1)
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(to_float_rgb(images))
+        from torchvision.ops import roi_align
+
+        x = to_float_rgb(images).contiguous()
+        boxes = self.crop_boxes(self.crop.forward_parameters(x.shape)["src"]).to(x.device, x.dtype)
+        x = roi_align(x, boxes, (self.size, self.size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        return self.augment(x)
