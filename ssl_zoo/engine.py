@@ -1,7 +1,7 @@
 """The training engine: one LightningModule that drives any objective.
 
-Shared once for every method: optimizer (AdamW + warmup/cosine), precision,
-atomic checkpoints, resume, metrics.csv, progress bar.
+Shared once for every method: optimizer (ssl_zoo.optim + warmup/cosine), precision,
+gradient caching (ssl_zoo.gradcache), atomic checkpoints, resume, metrics.csv, progress bar.
 """
 from __future__ import annotations
 
@@ -17,17 +17,29 @@ from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ssl_zoo.errors import UserError
+from ssl_zoo.gradcache import average_gradients, grad_cached_step
 from ssl_zoo.objectives.base import Objective
+from ssl_zoo.optim import cast_bf16_weights, make_optimizer
 
 CKPT_FORMAT = 1  # bump when the layout of the "ssl_zoo" checkpoint entry changes
 
 
 class SSLModule(L.LightningModule):
-    def __init__(self, objective: Objective, optim: dict[str, Any], meta: dict[str, Any]):
+    def __init__(self, objective: Objective, optim: dict[str, Any], meta: dict[str, Any],
+                 grad_cache_chunk: int = 0, gradient_clip_val: float | None = None):
         super().__init__()
         self.objective = objective
         self.optim = dict(optim)
         self.meta = meta  # objective name, resolved config as YAML: stored in every checkpoint
+        # Gradient caching runs its own backward passes inside the step: manual optimisation.
+        self.grad_cache_chunk = int(grad_cache_chunk)
+        self.gradient_clip_val = gradient_clip_val
+        if self.grad_cache_chunk > 0:
+            if not hasattr(objective, "grad_cache_parts"):
+                raise UserError(f"trainer.grad_cache_chunk needs an objective with grad_cache_parts "
+                                f"(e.g. simclr, clip); {objective.name} has none (set trainer.grad_cache_chunk=0)")
+            self.automatic_optimization = False
 
     def _progress(self) -> float:
         total = max(1, self.trainer.estimated_stepping_batches)
@@ -37,6 +49,8 @@ class SSLModule(L.LightningModule):
         self.objective.on_epoch_start(self.current_epoch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if not self.automatic_optimization:
+            return self._grad_cached_step(batch)
         out = self.objective.training_step(batch, self._progress())
         n = len(batch["image"])
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
@@ -45,6 +59,19 @@ class SSLModule(L.LightningModule):
                 self.log(f"train/{key}", value, batch_size=n)
         return out["loss"]
 
+    def _grad_cached_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        opt = self.optimizers()
+        opt.zero_grad()
+        encoders, inputs, loss_fn = self.objective.grad_cache_parts(batch, self._progress())
+        loss = grad_cached_step(encoders, inputs, loss_fn, self.grad_cache_chunk)
+        average_gradients(self.objective)  # DDP's reducer is bypassed in manual optimisation
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=float(self.gradient_clip_val))
+        opt.step()
+        self.lr_schedulers().step()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.objective.before_optimizer_step(self.current_epoch)
 
@@ -52,6 +79,7 @@ class SSLModule(L.LightningModule):
         self.objective.after_step(self._progress())
 
     def configure_optimizers(self):
+        cast_bf16_weights(self.objective, self.optim.get("bf16_weights") or [])
         groups = self.objective.parameter_groups(float(self.optim["weight_decay"]))
         opt = make_optimizer(self.optim, groups)
         total = max(1, self.trainer.estimated_stepping_batches)
@@ -65,19 +93,13 @@ class SSLModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_fit_end(self) -> None:
+        # bf16 storage is a training-time saving; evaluation gets fp32 weights
+        for name in self.optim.get("bf16_weights") or []:
+            self.objective.get_submodule(str(name)).float()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ssl_zoo"] = {"format": CKPT_FORMAT, **self.meta}
-
-
-def make_optimizer(optim: dict[str, Any], groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    lr, name = float(optim["lr"]), str(optim.get("name", "adamw"))
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.get("betas", (0.9, 0.999))))
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim.get("momentum", 0.9)))
-    from ssl_zoo.errors import UserError
-
-    raise UserError(f"unknown trainer.optim.name {name!r}; available: adamw, sgd")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

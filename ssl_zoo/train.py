@@ -3,6 +3,8 @@ and the baselines with the common evaluator."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -67,8 +69,31 @@ def make_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         devices=t.devices, num_nodes=int(t.num_nodes), strategy=t.strategy, callbacks=[ckpt],
         logger=RunCSVLogger(str(run_dir), int(t.log_every_n_steps)), log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=bool(t.progress_bar), enable_model_summary=False,
-        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=int(t.accumulate_grad_batches),
+        # with gradient caching the engine clips itself (manual optimisation)
+        gradient_clip_val=None if int(t.get("grad_cache_chunk", 0)) > 0 else t.gradient_clip_val,
+        accumulate_grad_batches=int(t.accumulate_grad_batches),
         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir), deterministic=False)
+
+
+def check_scale(t: DictConfig) -> None:
+    chunk = int(t.get("grad_cache_chunk", 0))
+    if chunk > 0 and int(t.accumulate_grad_batches) > 1:
+        raise UserError("trainer.grad_cache_chunk and trainer.accumulate_grad_batches>1 exclude each other: "
+                        "gradient caching already is the accumulation (set one of them)")
+    if chunk > 0 and str(t.precision).startswith("16"):
+        raise UserError("trainer.grad_cache_chunk needs precision 32-true or bf16-mixed (no fp16 loss scaling)")
+    if (t.optim.get("bf16_weights") or []) and not str(t.precision).startswith("bf16"):
+        raise UserError("trainer.optim.bf16_weights needs trainer.precision=bf16-mixed")
+
+
+def relaunchable_argv() -> None:
+    """Lightning's DDP launcher starts ranks 1..N-1 by re-running ``sys.argv``
+    (plus hydra.run.dir=...); the CLI left only the overrides there, so put
+    the script and the command back."""
+    import __main__
+
+    if os.environ.get("LOCAL_RANK") is None and sys.argv[1:2] != ["train"]:
+        sys.argv = [getattr(__main__, "__file__", None) or sys.argv[0], "train", *sys.argv[1:]]
 
 
 BASELINES = {"random_init": random_init_source, "pixels": lambda cfg, bundle: pixels_source()}
@@ -80,6 +105,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     unknown = [b for b in cfg.eval.baselines if b not in BASELINES]
     if unknown:
         raise UserError(f"unknown eval.baselines {unknown}; available: {', '.join(BASELINES)}")
+    check_scale(cfg.trainer)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     bundle = load_dataset(cfg.data)
     objective = build_objective(cfg, bundle.classnames)
@@ -88,7 +114,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     optim = {**OmegaConf.to_container(cfg.trainer.optim, resolve=True), **(resolved["method"].get("optim") or {})}
     meta = {"objective": objective.name, "config": OmegaConf.to_yaml(cfg, resolve=True), "config_hash": cfg_hash,
             "classnames": list(bundle.classnames)}
-    module = SSLModule(objective, optim, meta)
+    module = SSLModule(objective, optim, meta, grad_cache_chunk=int(cfg.trainer.get("grad_cache_chunk", 0)),
+                       gradient_clip_val=cfg.trainer.gradient_clip_val)
 
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = None
@@ -98,12 +125,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                             f"(resume needs the same hydra.run.dir as the first run)")
         ckpt_path = str(last)
     trainer = make_trainer(cfg, run_dir)
+    relaunchable_argv()
     t0 = time.perf_counter()
     trainer.fit(module, train_loader(bundle.train, cfg, int(cfg.seed)), ckpt_path=ckpt_path)
     seconds = time.perf_counter() - t0
     if trainer.global_rank != 0:
         return {}
-    samples = trainer.global_step * int(cfg.trainer.batch_size) * int(cfg.trainer.accumulate_grad_batches)
+    samples = (trainer.global_step * int(cfg.trainer.batch_size) * int(cfg.trainer.accumulate_grad_batches)
+               * trainer.world_size)
     info = {"train_seconds": round(seconds, 2), "train_steps": int(trainer.global_step),
             "train_images_per_s": round(samples / max(seconds, 1e-9), 1)}
     log.info("trained %s for %d steps in %.1fs", objective.name, trainer.global_step, seconds)

@@ -31,3 +31,9 @@ class SimCLR(Objective):
         images = batch["image"]
         z0, z1 = self.project(self.view(images)), self.project(self.view(images))
         return {"loss": self.criterion(z0, z1)}
+
+    def grad_cache_parts(self, batch: dict[str, Any], progress: float):
+        """For trainer.grad_cache_chunk (ssl_zoo.gradcache): both views made once, one encoder."""
+        images = batch["image"]
+        views = [self.view(images), self.view(images)]
+        return [self.project, self.project], views, lambda z: self.criterion(z[0], z[1])
