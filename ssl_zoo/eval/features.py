@@ -16,7 +16,8 @@ class FeatureSource:
 
     ``transform`` maps a uint8 batch to the model input; ``encode`` maps that to
     (B, D) features. ``module`` (if any) is put in eval mode and moved to the
-    device. ``encode_text`` (captions -> (N, D)) enables zero-shot. ``key``
+    device. ``encode_text`` (captions -> (N, D)) enables zero-shot; zero-shot
+    image features come from ``encode_zero_shot_image`` when set. ``key``
     fingerprints the weights for the feature cache.
     """
 
@@ -27,6 +28,8 @@ class FeatureSource:
     encode: Callable[[torch.Tensor], torch.Tensor]
     module: nn.Module | None = None
     encode_text: Callable[[list[str]], torch.Tensor] | None = None
+    # zero-shot image features (images -> (B, D) in encode_text's space); None: use ``encode``
+    encode_zero_shot_image: Callable[[torch.Tensor], torch.Tensor] | None = None
     key: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
