@@ -16,7 +16,6 @@ differs: 400 closures against ~20 per lambda), so lambdas stay sequential.
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -30,21 +29,15 @@ from ssl_zoo.eval.metrics import classification_metrics
 SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sync costs more than the matmul)
 
 
-def _cpu_oversubscribed() -> bool:
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:
-        return False
-
-
 @contextmanager
 def threads_for(n: int, dim: int, num_classes: int, device: str | torch.device = "cpu") -> Iterator[None]:
-    """Run CPU fits single-threaded when they are small or the cores are
-    oversubscribed: OpenMP spin-waits made 2 threads 5x (5,000 x 512) to 15x
-    (digits) slower than 1 on a shared 2-core machine. Set once per protocol:
-    switching the thread count costs tens of milliseconds."""
+    """Run small CPU fits single-threaded: OpenMP spin-waits made 2 threads 5x
+    (5,000 x 512) to 15x (digits) slower than 1 on a shared 2-core machine.
+    Decided by problem size only (not by machine load), so a result never
+    depends on what else was running. Set once per protocol: switching the
+    thread count costs tens of milliseconds."""
     before = torch.get_num_threads()
-    small = n * dim * num_classes < SMALL_PROBLEM or _cpu_oversubscribed()
+    small = n * dim * num_classes < SMALL_PROBLEM
     if torch.device(device).type == "cpu" and small and before != 1:
         torch.set_num_threads(1)
     try:
