@@ -6,7 +6,9 @@ An objective is an ``nn.Module`` built from the shared backbone and its own
 - ``training_step(batch, progress) -> dict`` with a ``"loss"`` tensor and any
   scalars to log (``progress`` is the fraction of training done, in [0, 1]);
 - ``after_step(progress)`` after each optimizer step (EMA teachers, ...);
-- ``on_epoch_start(epoch)`` (e.g. DINO's frozen last layer);
+- ``on_epoch_start(epoch)``;
+- ``before_optimizer_step(epoch)`` after backward, once gradients are final
+  (e.g. DINO drops its last layer's gradients in the first epoch);
 
 and the evaluator calls ``encode(images) -> features`` on normalised images,
 plus ``encode_text(captions)`` for objectives with a text tower
@@ -56,6 +58,9 @@ class Objective(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called at the start of each training epoch."""
+
+    def before_optimizer_step(self, epoch: int) -> None:
+        """Called after backward (gradients synced across processes), before the optimizer step."""
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Features used by every evaluation protocol: the backbone's pooled output."""
