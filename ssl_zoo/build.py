@@ -43,7 +43,9 @@ def objective_source(objective: Objective, cfg: Mapping[str, Any], label: str | 
     return FeatureSource(
         objective=label or objective.name, backbone=cfg["backbone"]["name"], pretrain_data=cfg["data"]["name"],
         transform=EvalTransform(info.image_size, info.mean, info.std), encode=objective.encode, module=objective,
-        encode_text=objective.encode_text if objective.has_text_tower else None, key=weights_key(objective))
+        encode_text=objective.encode_text if objective.has_text_tower else None,
+        encode_zero_shot_image=objective.encode_image_projected if objective.has_text_tower else None,
+        key=weights_key(objective))
 
 
 def random_init_source(cfg: Mapping[str, Any], bundle: DatasetBundle) -> FeatureSource:
