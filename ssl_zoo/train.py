@@ -19,7 +19,7 @@ from ssl_zoo.build import build_objective, objective_source, pixels_source, rand
 from ssl_zoo.data.datasets import load_dataset
 from ssl_zoo.engine import AtomicCheckpointIO, RunCSVLogger, SSLModule
 from ssl_zoo.errors import UserError
-from ssl_zoo.eval.runner import check_protocols, evaluate
+from ssl_zoo.eval.runner import check_protocols, evaluate, resolve_device
 from ssl_zoo.results import config_hash
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,6 @@ def quiet_lightning() -> None:
             logging.getLogger(name).handlers.clear()
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available (use device=auto or device=cpu)")
-    return device
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,12 @@ def smoke_run(tmp_path_factory) -> Path:
     proc = run_cli("train", "trainer=smoke", *TINY, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only spin-wait on a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -24,14 +24,7 @@ INFO = DataInfo(16, [str(i) for i in range(10)], (0.5,) * 3, (0.5,) * 3)
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only spin-wait on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def method_cfg(name: str) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{name}.yaml"))

@@ -14,14 +14,7 @@ from ssl_zoo.optim import cast_bf16_weights, make_optimizer, optimizer_state_byt
 CFG = {"lr": 1e-2, "betas": [0.9, 0.999]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only spin-wait on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def mlp() -> nn.Module:
     torch.manual_seed(0)

@@ -98,7 +98,8 @@ def evaluate(source: FeatureSource, bundle: DatasetBundle, eval_cfg: Mapping[str
 
 
 def resolve_device(device: str) -> str:
-    """As ssl_zoo.train.resolve_device, without importing Lightning (seconds) into ``ssl-zoo eval``."""
+    """auto -> cuda when available, else cpu. Lives here, not in train.py, so
+    ``ssl-zoo eval`` does not import Lightning (seconds of start-up)."""
     import torch
 
     if device == "auto":
