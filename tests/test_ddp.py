@@ -52,7 +52,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         views, captions = _inputs()
         rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
         loss = grad_cached_step([model.encode_image_projected, model.encode_text], [views[rows], captions[rows]],
-                                model.contrast, CHUNK)
+                                lambda z: model.contrastive(*z), CHUNK)
         average_gradients(model)
         losses = [torch.zeros(()) for _ in range(WORLD)]
         dist.all_gather(losses, loss)
