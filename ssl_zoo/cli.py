@@ -13,6 +13,8 @@ USAGE = """usage: ssl-zoo COMMAND [overrides]
   eval   [overrides]              evaluate a model (model=checkpoint|random|pixels|timm|open_clip)
   bench  [suite=NAME] [overrides] run a suite grid; write the tables and report
   report DIR [DIR ...]            rebuild tables/report from results.jsonl files
+  concepts --results R.jsonl (--corpus FILE | --counts C.json)
+                                  per-class zero-shot accuracy vs concept frequency (fit + plot)
   list   [objectives|backbones|datasets|protocols|suites]
 
 Overrides are Hydra overrides, e.g. `ssl-zoo train method=dino trainer.max_epochs=5`;
@@ -86,8 +88,12 @@ def main(argv: list[str] | None = None) -> None:
             from ssl_zoo.bench.report import report_command
 
             report_command(rest)
+        elif command == "concepts":
+            from ssl_zoo.study.command import concepts_command
+
+            concepts_command(rest)
         else:
-            raise UserError(f"unknown command {command!r}; available: train, eval, bench, report, list")
+            raise UserError(f"unknown command {command!r}; available: train, eval, bench, report, concepts, list")
     except UserError as exc:
         _fail(command, str(exc))
 

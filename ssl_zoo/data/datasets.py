@@ -185,12 +185,23 @@ def load_dataset(cfg: Mapping[str, Any]) -> DatasetBundle:
             raise UserError(f"data.eval_split={split}: {bundle.name} has no such split; "
                             f"available: {', '.join(['test', *bundle.splits])}")
         bundle.test = bundle.splits[split]
+    if cfg.get("train_classes"):  # pretrain on some classes, evaluate on all (unseen-class zero-shot)
+        bundle.train = restrict_classes(bundle.train, bundle.classnames, list(cfg["train_classes"]))
     seed = int(cfg.get("split_seed", 0))
     for part in ("train", "test"):
         n = cfg.get(f"{part}_subset")
         if n:
             setattr(bundle, part, seeded_subset(getattr(bundle, part), int(n), seed, f"data.{part}_subset"))
     return bundle
+
+
+def restrict_classes(dataset: Dataset, classnames: list[str], keep: list[str]) -> Dataset:
+    """Only the items of the classes named in ``keep`` (data.train_classes)."""
+    unknown = [str(k) for k in keep if str(k) not in classnames]
+    if unknown:
+        raise UserError(f"data.train_classes: unknown class(es) {unknown}; available: {', '.join(classnames)}")
+    ids = [classnames.index(str(k)) for k in keep]
+    return dataset.subset(np.flatnonzero(np.isin(dataset.labels.numpy(), ids)))
 
 
 def seeded_subset(dataset: Dataset, n: int, seed: int, what: str = "subset") -> Dataset:
