@@ -119,8 +119,11 @@ def build_text_tower(cfg: Mapping[str, Any], embed_dim: int) -> nn.Module:
     """``cfg`` is the ``method.text`` section."""
     kind = cfg.get("kind", "scratch")
     if kind == "scratch":
-        return ScratchTextTower(embed_dim, int(cfg.get("width", 128)), int(cfg.get("layers", 3)),
-                                int(cfg.get("heads", 4)), int(cfg.get("context_length", 32)))
+        tower = ScratchTextTower(embed_dim, int(cfg.get("width", 128)), int(cfg.get("layers", 3)),
+                                 int(cfg.get("heads", 4)), int(cfg.get("context_length", 32)))
+        # recompute each block's activations in backward: memory for compute, as for the backbone
+        tower.transformer.set_grad_checkpointing(bool(cfg.get("grad_checkpointing", False)))
+        return tower
     if kind == "minilm":
         return MiniLMTextTower(embed_dim, int(cfg.get("max_length", 64)))
     raise UserError(f"unknown method.text.kind {kind!r}; available: {', '.join(TEXT_KINDS)}")

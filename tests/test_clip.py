@@ -151,3 +151,20 @@ def test_train_smoke_writes_rows_and_a_loadable_checkpoint(tmp_path):
     loaded, _ = load_train_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "clip")
     assert loaded.has_text_tower and loaded.encode_text(["this is 1."]).shape == (1, 128)
 
+
+
+def test_text_tower_grad_checkpointing_keeps_gradients_equal():
+    from ssl_zoo.text import build_text_tower
+
+    cfg = {"kind": "scratch", "width": 32, "layers": 2, "heads": 2, "context_length": 16}
+    torch.manual_seed(0)
+    plain = build_text_tower(cfg, 8)
+    ckpt = build_text_tower({**cfg, "grad_checkpointing": True}, 8)
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.transformer.transformer.grad_checkpointing and not plain.transformer.transformer.grad_checkpointing
+    grads = []
+    for tower in (plain, ckpt):
+        tower.train()
+        tower(["a red square", "a small blue circle at the top"]).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in tower.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
