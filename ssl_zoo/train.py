@@ -15,10 +15,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from ssl_zoo.build import build_objective, objective_source, pixels_source, random_init_source
+from ssl_zoo.build import build_objective, objective_source
 from ssl_zoo.data.datasets import load_dataset
 from ssl_zoo.engine import AtomicCheckpointIO, RunCSVLogger, SSLModule
 from ssl_zoo.errors import UserError
+from ssl_zoo.eval import BASELINE_MODELS
+from ssl_zoo.eval.models import MODEL_SOURCES
 from ssl_zoo.eval.runner import check_protocols, evaluate, resolve_device
 from ssl_zoo.results import config_hash
 
@@ -33,11 +35,6 @@ def quiet_lightning() -> None:
             logging.getLogger(name).handlers.clear()
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
-def plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without Hydra's own section."""
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def train_loader(dataset, cfg: DictConfig, seed: int) -> DataLoader:
@@ -88,22 +85,19 @@ def relaunchable_argv() -> None:
         sys.argv = [getattr(__main__, "__file__", None) or sys.argv[0], "train", *sys.argv[1:]]
 
 
-BASELINES = {"random_init": random_init_source, "pixels": lambda cfg, bundle: pixels_source()}
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     quiet_lightning()
     check_protocols(list(cfg.eval.protocols))
-    unknown = [b for b in cfg.eval.baselines if b not in BASELINES]
+    unknown = [b for b in cfg.eval.baselines if b not in BASELINE_MODELS]
     if unknown:
-        raise UserError(f"unknown eval.baselines {unknown}; available: {', '.join(BASELINES)}")
+        raise UserError(f"unknown eval.baselines {unknown}; available: {', '.join(BASELINE_MODELS)}")
     check_scale(cfg.trainer)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     bundle = load_dataset(cfg.data)
     objective = build_objective(cfg, bundle.classnames)
-    resolved = plain(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     cfg_hash = config_hash(resolved)
-    optim = {**OmegaConf.to_container(cfg.trainer.optim, resolve=True), **(resolved["method"].get("optim") or {})}
+    optim = {**resolved["trainer"]["optim"], **(resolved["method"].get("optim") or {})}
     meta = {"objective": objective.name, "config": OmegaConf.to_yaml(cfg, resolve=True), "config_hash": cfg_hash,
             "classnames": list(bundle.classnames)}
     module = SSLModule(objective, optim, meta, grad_cache_chunk=int(cfg.trainer.get("grad_cache_chunk", 0)),
@@ -136,5 +130,5 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     source.info.update(info)
     rows = evaluate(source, bundle, cfg.eval, **kwargs)
     for name in cfg.eval.baselines:
-        rows += evaluate(BASELINES[name](resolved, bundle), bundle, cfg.eval, **kwargs)
+        rows += evaluate(MODEL_SOURCES[BASELINE_MODELS[name]](resolved, bundle), bundle, cfg.eval, **kwargs)
     return {"rows": rows, **info}

@@ -16,8 +16,7 @@ from typing import Any, Mapping
 from omegaconf import OmegaConf
 
 from ssl_zoo.errors import UserError
-
-BASELINE_MODELS = {"random_init": "random", "pixels": "pixels"}
+from ssl_zoo.eval import BASELINE_MODELS
 
 
 @dataclass
