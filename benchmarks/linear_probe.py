@@ -1,5 +1,6 @@
-"""Linear probe: ssl_zoo's torch L-BFGS sweep vs sklearn's L-BFGS doing the
-same sweep on the same features, in one run.
+"""Linear probe: ssl_zoo's sweep (scipy L-BFGS-B on torch bf16/fp32-anchored
+loss and gradient) vs sklearn's L-BFGS doing the same sweep on the same
+features, in one run (median of --repeats timed runs per side).
 
 Both sides run the identical protocol: the same stratified seeded validation
 split, z-scoring with fitting-set statistics, the same lambda grid (sklearn
@@ -58,12 +59,15 @@ def main() -> None:
     p.add_argument("--sep", type=float, default=3.0, help="class-mean separation (sets the difficulty)")
     p.add_argument("--num-lambdas", type=int, default=7)
     p.add_argument("--sklearn-max-iter", type=int, default=1000)
+    p.add_argument("--fp32", action="store_true", help="all matmuls in fp32 (eval.linear_probe.bf16=false)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median is reported")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
     x, y = gaussian_mixture(args.n + args.n_test, args.dim, args.classes, 0, args.sep)
     xtr, ytr, xte, yte = x[:args.n], y[:args.n], x[args.n:], y[args.n:]
-    cfg = {"num_lambdas": args.num_lambdas, "lambda_min": 1e-6, "lambda_max": 1.0, "val_fraction": 0.2}
+    cfg = {"num_lambdas": args.num_lambdas, "lambda_min": 1e-6, "lambda_max": 1.0, "val_fraction": 0.2,
+           "bf16": not args.fp32}
     lambdas = lambda_grid(cfg)
     print(f"features: {args.n} train + {args.n_test} test x {args.dim} dims, {args.classes} classes; "
           f"{len(lambdas)} lambdas + final fit; torch {torch.__version__} threads={torch.get_num_threads()} "
@@ -75,20 +79,26 @@ def main() -> None:
     linear_probe_scores(xtr[:200].to(dev), ytr[:200].to(dev), xte[:10].to(dev), args.classes, small)
     sklearn_sweep(xtr[:200].numpy(), ytr[:200].numpy(), xte[:10].numpy(), [1.0], 0.5, 0, 100)
 
-    t0 = time.perf_counter()
-    scores, lam, _ = linear_probe_scores(xtr.to(dev), ytr.to(dev), xte.to(dev), args.classes, cfg, seed=0)
-    if dev.startswith("cuda"):
-        torch.cuda.synchronize()
-    t_ours = time.perf_counter() - t0
+    def timed(run):
+        times, out = [], None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out = run()
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)), times, out
+
+    t_ours, times_ours, (scores, lam, _) = timed(
+        lambda: linear_probe_scores(xtr.to(dev), ytr.to(dev), xte.to(dev), args.classes, cfg, seed=0))
     acc_ours = (scores.argmax(1).cpu() == yte).float().mean().item()
-
-    t0 = time.perf_counter()
-    pred, lam_sk = sklearn_sweep(xtr.numpy(), ytr.numpy(), xte.numpy(), lambdas, 0.2, 0, args.sklearn_max_iter)
-    t_sk = time.perf_counter() - t0
+    t_sk, times_sk, (pred, lam_sk) = timed(
+        lambda: sklearn_sweep(xtr.numpy(), ytr.numpy(), xte.numpy(), lambdas, 0.2, 0, args.sklearn_max_iter))
     acc_sk = float((pred == yte.numpy()).mean())
-
-    print(f"ssl_zoo (torch L-BFGS): {t_ours:8.2f} s  test top-1 {100 * acc_ours:.2f}%  lambda {lam:.1e}")
-    print(f"sklearn (L-BFGS)      : {t_sk:8.2f} s  test top-1 {100 * acc_sk:.2f}%  lambda {lam_sk:.1e}")
+    print("runs (s): ssl_zoo " + " ".join(f"{t:.2f}" for t in times_ours)
+          + " | sklearn " + " ".join(f"{t:.2f}" for t in times_sk))
+    print(f"ssl_zoo (median)      : {t_ours:8.2f} s  test top-1 {100 * acc_ours:.2f}%  lambda {lam:.1e}")
+    print(f"sklearn (median)      : {t_sk:8.2f} s  test top-1 {100 * acc_sk:.2f}%  lambda {lam_sk:.1e}")
     print(f"speed-up {t_sk / t_ours:.1f}x, accuracy difference {100 * abs(acc_ours - acc_sk):.2f} points")
 
 

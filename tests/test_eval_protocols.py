@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from ssl_zoo.eval.context import EvalContext
 from ssl_zoo.eval.features import Features
 from ssl_zoo.eval.few_shot import choose_lambda, few_shot, mean_ci95, sample_support
-from ssl_zoo.eval.linear import fit_logreg, linear_probe, linear_probe_scores
+from ssl_zoo.eval.linear import LogRegProblem, fit_logreg, linear_probe, linear_probe_scores
 from ssl_zoo.eval.protocols import PROTOCOLS, knn
 from ssl_zoo.eval.retrieval import retrieval
 
@@ -44,6 +44,22 @@ def test_logreg_matches_sklearn_objective(digits):
         theirs = (ref.predict(xt.numpy()) == test.y.numpy()).mean()
         assert abs(ours - theirs) <= 0.005
         assert np.abs(w.numpy() - ref.coef_.T).max() < 0.02 * np.abs(ref.coef_).max()
+
+
+def test_bf16_anchored_fit_matches_sklearn(digits):
+    """bf16 matmuls with fp32 anchors and an exact final check reach sklearn's optimum."""
+    train, test = digits
+    x = (train.x - train.x.mean(0)) / train.x.std(0).clamp_min(1e-6)
+    n, lam = len(train.y), 1e-2
+    model = LogRegProblem(x, train.y, 10, bf16=True).fit([lam], max_iter=1000, tol=1e-5, exact=True)
+    ref = LogisticRegression(C=1.0 / (n * lam), max_iter=2000, tol=1e-7).fit(x.numpy(), train.y.numpy())
+    w = model.w[0].numpy()
+    assert np.abs(w - ref.coef_.T).max() < 0.01 * np.abs(ref.coef_).max()
+    # the exact fp32 gradient at the bf16 solution is at sklearn's tolerance
+    exact = LogRegProblem(x, train.y, 10)
+    theta = np.concatenate([model.w.reshape(-1).numpy(), model.b.reshape(-1).numpy()]).astype(np.float64)
+    _, grad = exact.loss_grad(theta, torch.tensor([lam]))
+    assert np.abs(grad).max() < 1e-5
 
 
 def test_linear_probe_protocol_matches_sklearn_at_chosen_lambda(digits):

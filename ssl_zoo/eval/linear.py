@@ -1,18 +1,20 @@
 """Linear probe: L2-regularised multinomial logistic regression on frozen
-features, full-batch L-BFGS in torch (the CLIP paper protocol, made fast).
+features (the CLIP paper protocol), made fast.
 
 Objective, for n samples:  mean_i CE(z_i W + b, y_i) + (lam / 2) ||W||_F^2,
 z = standardised features, bias not penalised. This is exactly sklearn's
 ``LogisticRegression(C=1 / (n * lam))``, whose objective is
-C * sum_i CE + ||W||^2 / 2 — the same function scaled by 1 / (n C).
+C * sum_i CE + ||W||^2 / 2 — the same function scaled by 1 / (n C). The
+solver is sklearn's too (scipy's L-BFGS-B, same tolerance and stopping rule);
+only the loss and gradient are computed differently, in torch.
 
-Speed: the standardisation is folded into the weights, so one L-BFGS
-closure is one (n, D) x (D, C) matmul and its transpose on the raw features;
-the lambda sweep warm-starts each fit from the previous (stronger) lambda; the
-few-shot folds of one lambda share a single L-BFGS run over the sum of their
-objectives (independent problems of similar conditioning: same minimisers).
-Summing problems with *different* lambdas is slower (their conditioning
-differs: 400 closures against ~20 per lambda), so lambdas stay sequential.
+Speed (benchmarks/linear_probe.py, docs/performance.md): the standardisation
+is folded into the weights, so an evaluation is one matmul with the raw
+features and one with their transpose; those read a bf16 copy around fp32
+anchors (LogRegProblem); the lambda sweep warm-starts each fit from the
+previous (stronger) lambda and reuses the copy and the anchor. The few-shot
+folds of one lambda share one run over the sum of their objectives
+(independent problems of similar conditioning: same minimisers).
 """
 from __future__ import annotations
 
@@ -31,17 +33,21 @@ SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sy
 
 @contextmanager
 def threads_for(n: int, dim: int, num_classes: int, device: str | torch.device = "cpu") -> Iterator[None]:
-    """Run small CPU fits single-threaded: OpenMP spin-waits made 2 threads 5x
-    (5,000 x 512) to 15x (digits) slower than 1 on a shared 2-core machine.
-    Decided by problem size only (not by machine load), so a result never
-    depends on what else was running. Set once per protocol: switching the
-    thread count costs tens of milliseconds."""
+    """Threads for a fit. Small CPU fits run torch single-threaded: OpenMP
+    spin-waits made 2 threads 5x (5,000 x 512) to 15x (digits) slower than 1 on
+    2 cores; decided by problem size only, so a result never depends on machine
+    load. The BLAS under scipy's L-BFGS-B (dot products of a few thousand
+    numbers) always gets one thread: its idle threads spin and took a core from
+    torch's matmuls (the 50,000 x 512 probe ran 2x slower)."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     small = n * dim * num_classes < SMALL_PROBLEM
     if torch.device(device).type == "cpu" and small and before != 1:
         torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
@@ -51,7 +57,22 @@ def standard_stats(x: torch.Tensor, enabled: bool = True) -> tuple[torch.Tensor,
     """Mean and std of the fitting set only (never the test split); identity when disabled."""
     if not enabled:
         return torch.zeros(x.shape[1], device=x.device), torch.ones(x.shape[1], device=x.device)
-    return x.mean(0), x.std(0).clamp_min(1e-6)
+    mean = x.float().mean(0)
+    rows = min(len(x), 4096)
+    sq, ones = torch.zeros_like(mean), torch.ones(rows, device=x.device)
+    buf = torch.empty(rows, x.shape[1], device=x.device)
+    for chunk in x.split(rows):  # two-pass std in row chunks: ~8x faster than x.std(0) on (n, D) CPU tensors
+        d = torch.sub(chunk.float(), mean, out=buf[:len(chunk)]).square_()
+        sq.addmv_(d.T, ones[:len(chunk)])
+    return mean, (sq / max(len(x) - 1, 1)).sqrt().clamp_min(1e-6)
+
+
+def bf16_transposed(x: torch.Tensor, rows: int = 512) -> torch.Tensor:
+    """x (n, D) as a contiguous bf16 (D, n), converted and transposed one cache-sized block at a time."""
+    out = torch.empty(x.shape[1], len(x), dtype=torch.bfloat16, device=x.device)
+    for i in range(0, len(x), rows):
+        out[:, i:i + rows] = x[i:i + rows].T
+    return out
 
 
 class LogReg:
@@ -73,41 +94,134 @@ class LogReg:
         return (x.float() @ v.permute(1, 0, 2).reshape(D, P * C)).view(-1, P, C) + c
 
 
+class LogRegProblem:
+    """P problems on shared raw features x (n, D): for each p, the weighted mean
+    CE of ``x V_p + c_p`` (V = W / std, the standardisation folded in) plus
+    ``lam_p / 2 ||W_p||^2``, solved by scipy's L-BFGS-B (sklearn's solver: the
+    same iterations and stopping rule) with loss and gradient computed in torch.
+
+    ``weights`` (P, n) selects each problem's samples (None: all); ``mean``/``std``
+    (P, D) or (D,) standardise (None: none). Per-sample arrays are (P*C, n):
+    a softmax over the C rows of a contiguous block is ~10x faster than over (n, C).
+
+    ``bf16``: the two matmuls of an evaluation read a bf16 copy of x (made once,
+    so a lambda sweep reuses it; the matmuls are memory-bound, so half the bytes
+    is ~3x the speed). A bf16 *output* would be too coarse: the CE gradient
+    nearly cancels the penalty's, and a rounded loss stalls the line search. So
+    logits and CE gradient are kept in fp32 at an anchor (the last accepted
+    iterate; exact fp32 at the first fit) and only the change from it goes
+    through bf16: ``logits = L_a + (V - V_a) x_bf16``, ``grad = g_a + x_bf16 (G - G_a)``.
+    The changes are small, so their rounding error is too. Logits and gradient
+    depend on the weights only, not on lambda, so the anchor carries over from
+    one fit to the next warm-started one."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, weights: torch.Tensor | None = None,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None, bf16: bool = False,
+                 xt: torch.Tensor | None = None):
+        self.x = x.float()
+        n, D = self.x.shape
+        self.P = 1 if weights is None else len(weights)
+        self.C, self.bf16 = num_classes, bf16
+        dev = self.x.device
+        weights = torch.ones(self.P, n, device=dev) if weights is None else weights.to(dev, torch.float32)
+        self.weights = (weights / weights.sum(1, keepdim=True))[:, None, :]  # (P, 1, n): each loss is a mean
+        self.mean = torch.zeros(self.P, D, device=dev) if mean is None else mean.to(dev).expand(self.P, D)
+        self.std = torch.ones(self.P, D, device=dev) if std is None else std.to(dev).expand(self.P, D)
+        self.y = y.to(dev).view(1, 1, n).expand(self.P, 1, n)
+        self.onehot = F.one_hot(y.to(dev), num_classes).T.float()[None]  # (1, C, n)
+        if bf16 and xt is None:  # (D, n): both matmuls read its rows; ``xt`` may be a column slice of a larger one
+            xt = bf16_transposed(self.x)
+        self.xt = xt
+        self.anchor = self.last = None
+
+    def _unpack(self, theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.from_numpy(theta).to(self.x.device, torch.float32)
+        P, D, C = self.P, self.x.shape[1], self.C
+        return t[:P * D * C].view(P, D, C), t[P * D * C:].view(P, C)
+
+    def _softmax_grad(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted CE summed over problems (fp64) and dLoss/dlogits (P*C, n) of logits (P*C, n)."""
+        logp = torch.log_softmax(logits.view(self.P, self.C, -1), 1)
+        ce = -(self.weights * logp.gather(1, self.y)).double().sum()  # fp64: late steps change it by < 1 fp32 ulp
+        g = logp.exp_().sub_(self.onehot).mul_(self.weights)
+        return ce, g.view(self.P * self.C, -1)
+
+    def _exact(self, rows: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(logits, CE, dL/dlogits, dCE/dV as (P*C, D)) in fp32; rows = V as (P*C, D)."""
+        if rows.any():
+            logits = F.linear(self.x, rows).T + c.reshape(-1, 1)
+        else:  # the usual first point, W = 0
+            logits = c.reshape(-1, 1).expand(-1, len(self.x)).contiguous()
+        ce, g = self._softmax_grad(logits)
+        return logits, ce, g, g @ self.x
+
+    def _anchored(self, rows: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows_a, c_a, logits_a, g_a, gv_a = self.anchor
+        logits = ((rows - rows_a).bfloat16() @ self.xt).float().add_(logits_a).add_((c - c_a).reshape(-1, 1))
+        ce, g = self._softmax_grad(logits)
+        gv = (self.xt @ (g - g_a).bfloat16().T).float().T.add_(gv_a)
+        return logits, ce, g, gv
+
+    def loss_grad(self, theta: np.ndarray, lams: torch.Tensor) -> tuple[float, np.ndarray]:
+        w, b = self._unpack(theta)
+        v, c = LogReg.raw(w, b, self.mean, self.std)
+        P, D, C = v.shape
+        rows = v.permute(0, 2, 1).reshape(P * C, D)
+        if self.bf16 and self.anchor is None:
+            logits, _, g, gv = self._exact(rows, c)
+            self.anchor = (rows, c, logits, g, gv)
+        logits, ce, g, gv = self._anchored(rows, c) if self.bf16 else self._exact(rows, c)
+        gc = g.view(P, C, -1).sum(2)
+        # back through V = W / std, c = b - mean V
+        gw = (gv.view(P, C, D).permute(0, 2, 1) - self.mean[:, :, None] * gc[:, None, :]) / self.std[:, :, None]
+        gw += lams[:, None, None] * w
+        loss = ce + 0.5 * (lams * w.pow(2).sum((1, 2))).double().sum()
+        self.last = (theta.astype(np.float32), rows, c, logits, g, gv)  # the weights as evaluated (fp32)
+        return float(loss), torch.cat([gw.reshape(-1), gc.reshape(-1)]).double().cpu().numpy()
+
+    def _accept(self, theta: np.ndarray) -> None:
+        """After each iteration: the accepted iterate (scipy's last evaluation) becomes the anchor."""
+        if self.bf16:
+            self.anchor = self.last[1:] if np.array_equal(self.last[0], theta.astype(np.float32)) else None
+
+    def fit(self, lams, *, init: "LogReg | None" = None, max_iter: int = 500, tol: float = 1e-4,
+            exact: bool = False) -> "LogReg":
+        """``tol``: stop when every gradient entry is below it (sklearn's default tol, 1e-4, and rule).
+        ``exact`` (bf16 only): afterwards, restart from the solution with a fresh exact fp32 anchor
+        until the exact gradient meets ``tol`` — so rounding x to bf16 cannot move the optimum
+        (it did by ~4e-4 in gradient on digits' 1,400 heavy-tailed pixel features)."""
+        from scipy.optimize import minimize
+
+        lams = torch.as_tensor(lams, dtype=torch.float32, device=self.x.device).reshape(-1).expand(self.P)
+        D = self.x.shape[1]
+        theta0 = (np.concatenate([init.w.reshape(-1).cpu().numpy(), init.b.reshape(-1).cpu().numpy()])
+                  if init else np.zeros(self.P * (D + 1) * self.C)).astype(np.float64)
+        if self.anchor is not None and not np.array_equal(self.last[0], theta0.astype(np.float32)):
+            self.anchor = None  # not a warm start from this problem's last fit
+        options = {"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps, "maxls": 50}
+        with threads_for(len(self.x), D, self.P * self.C, self.x.device):
+            res = minimize(self.loss_grad, theta0, args=(lams,), jac=True, method="L-BFGS-B", callback=self._accept,
+                           options=options)
+            for _ in range(3 if exact and self.bf16 else 0):
+                self.anchor = None  # the next evaluation is exact fp32; it ends the loop if it meets tol
+                res = minimize(self.loss_grad, res.x, args=(lams,), jac=True, method="L-BFGS-B",
+                               callback=self._accept, options=options)
+                if res.nit == 0:
+                    break
+        self._accept(res.x)
+        w, b = self._unpack(res.x)
+        return LogReg(w.clone(), b.clone(), self.mean, self.std)
+
+
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, lams, *, weights: torch.Tensor | None = None,
                mean: torch.Tensor | None = None, std: torch.Tensor | None = None, max_iter: int = 500,
                tol: float = 1e-4, init: LogReg | None = None, bf16: bool = False) -> LogReg:
-    """Fit P = len(lams) independent problems on shared raw features x (n, D), labels y (n,).
-    ``tol``: L-BFGS stops when every gradient entry is below it (sklearn's default tol is 1e-4 too).
-    ``weights`` (P, n) selects each problem's samples (None: all); ``mean``/``std``
-    (P, D) or (D,) standardise (None: no standardisation). ``bf16``: the matmuls in
-    bfloat16 with fp32 accumulation (~4x faster on CPU; an approximate optimum)."""
-    x = x.float()
-    n, D = x.shape
-    lams = torch.as_tensor(lams, dtype=torch.float32, device=x.device).reshape(-1)
-    P = len(lams)
-    weights = torch.ones(P, n, device=x.device) if weights is None else weights.to(x.device, torch.float32)
-    weights = (weights / weights.sum(1, keepdim=True)).T.contiguous()  # (n, P): each problem's loss is a mean
-    mean = torch.zeros(P, D, device=x.device) if mean is None else mean.to(x.device).expand(P, D)
-    std = torch.ones(P, D, device=x.device) if std is None else std.to(x.device).expand(P, D)
-    w = (init.w.clone() if init else torch.zeros(P, D, num_classes, device=x.device)).requires_grad_(True)
-    b = (init.b.clone() if init else torch.zeros(P, num_classes, device=x.device)).requires_grad_(True)
-    target = y.to(x.device)[:, None].expand(n, P).reshape(-1)
-    xm, dtype = (x.bfloat16(), torch.bfloat16) if bf16 else (x, torch.float32)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                            tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        v, c = LogReg.raw(w, b, mean, std)
-        logits = (xm @ v.permute(1, 0, 2).reshape(D, P * num_classes).to(dtype)).float().view(n, P, num_classes) + c
-        ce = F.cross_entropy(logits.reshape(n * P, num_classes), target, reduction="none").view(n, P)
-        loss = (weights * ce).sum() + 0.5 * (lams * w.pow(2).sum((1, 2))).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad(), threads_for(n, D, P * num_classes, x.device):
-        opt.step(closure)
-    return LogReg(w.detach(), b.detach(), mean, std)
+    """One-off fit of ``len(lams)`` problems (see LogRegProblem)."""
+    lams = list(np.atleast_1d(np.asarray(lams, dtype=float)))
+    if weights is None and len(lams) > 1:
+        weights = torch.ones(len(lams), len(x))
+    problem = LogRegProblem(x, y, num_classes, weights=weights, mean=mean, std=std, bf16=bf16)
+    return problem.fit(lams, init=init, max_iter=max_iter, tol=tol)
 
 
 def lambda_grid(cfg: Mapping[str, Any]) -> list[float]:
@@ -134,26 +248,36 @@ def linear_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
         return _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed)
 
 
+def val_top1(models: list[LogReg], x: torch.Tensor, y: torch.Tensor, mean, std) -> torch.Tensor:
+    """Top-1 of each single-problem model on (x, y), in one matmul."""
+    k = len(models)
+    stacked = LogReg(torch.cat([m.w for m in models]), torch.cat([m.b for m in models]), mean.expand(k, -1),
+                     std.expand(k, -1))
+    return (stacked.scores(x).argmax(2) == y[:, None]).float().mean(0)
+
+
 def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     max_iter, tol = int(cfg.get("max_iter", 500)), float(cfg.get("tol", 1e-4))
-    standardize = bool(cfg.get("standardize", True))
+    standardize, bf16 = bool(cfg.get("standardize", True)), bool(cfg.get("bf16", True))
     fit_idx, val_idx = stratified_val_split(train_y.cpu().numpy(), float(cfg.get("val_fraction", 0.2)), seed)
-    fit_idx, val_idx = torch.as_tensor(fit_idx, device=train_x.device), torch.as_tensor(val_idx, device=train_x.device)
+    order = torch.as_tensor(np.concatenate([fit_idx, val_idx]), device=train_x.device)
+    x, y, n_fit = train_x[order].float(), train_y[order], len(fit_idx)  # fitting rows first, then val
+    xt = bf16_transposed(x) if bf16 else None  # one bf16 copy: its first n_fit columns serve the sweep
     lambdas = lambda_grid(cfg)
-    mean, std = standard_stats(train_x[fit_idx], standardize)
+    mean, std = standard_stats(x[:n_fit], standardize)
+    sweep = LogRegProblem(x[:n_fit], y[:n_fit], num_classes, mean=mean, std=std, bf16=bf16,
+                          xt=None if xt is None else xt[:, :n_fit])
     models, init = [], None
-    bf16 = bool(cfg.get("sweep_bf16", True))
     for lam in lambdas:  # strong to weak, each warm-started from the last
-        init = fit_logreg(train_x[fit_idx], train_y[fit_idx], num_classes, [lam], mean=mean, std=std,
-                          max_iter=max_iter, tol=tol, init=init, bf16=bf16)
+        init = sweep.fit([lam], init=init, max_iter=max_iter, tol=tol)
         models.append(init)
-    xv, yv = train_x[val_idx], train_y[val_idx]
-    val_acc = torch.stack([(m.scores(xv)[:, 0].argmax(1) == yv).float().mean() for m in models])
+    val_acc = val_top1(models, x[n_fit:], y[n_fit:], mean, std)
+    del sweep
     best = int(torch.argmax(val_acc))  # first maximum: the strongest lambda among ties
-    mean, std = standard_stats(train_x, standardize)  # final fit on train + val, warm-started
-    init = LogReg(models[best].w, models[best].b, mean, std)
-    final = fit_logreg(train_x, train_y, num_classes, [lambdas[best]], mean=mean, std=std, max_iter=max_iter,
-                       tol=tol, init=init)
+    mean, std = standard_stats(x, standardize)  # final fit on train + val, warm-started
+    final = LogRegProblem(x, y, num_classes, mean=mean, std=std, bf16=bf16, xt=xt).fit(
+        [lambdas[best]], init=LogReg(models[best].w, models[best].b, mean, std), max_iter=max_iter, tol=tol,
+        exact=True)
     return final.scores(test_x)[:, 0], lambdas[best], dict(zip(lambdas, val_acc.tolist()))
 
 
