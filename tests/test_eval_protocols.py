@@ -73,6 +73,18 @@ def test_linear_probe_protocol_matches_sklearn_at_chosen_lambda(digits):
     assert abs(ours - theirs) <= 0.005 and ours > 0.9
 
 
+def test_linear_probe_with_offset_features_matches_sklearn(digits):
+    """Features far from zero relative to their spread (as DINO's are) must not lose their
+    variation to bf16 rounding: same chosen-lambda accuracy as sklearn on the same features."""
+    train, test = digits
+    tx, sx = 50.0 + 0.01 * train.x, 50.0 + 0.01 * test.x
+    scores, lam, accs = linear_probe_scores(tx, train.y, sx, 10, {"num_lambdas": 4, "bf16": True}, seed=0)
+    mu, sd = tx.mean(0), tx.std(0).clamp_min(1e-6)
+    ref = LogisticRegression(C=1.0 / (len(train.y) * lam), max_iter=2000, tol=1e-6).fit(((tx - mu) / sd).numpy(), train.y.numpy())
+    theirs = (ref.predict(((sx - mu) / sd).numpy()) == test.y.numpy()).mean()
+    assert abs((scores.argmax(1) == test.y).float().mean().item() - theirs) <= 0.01 and theirs > 0.9
+
+
 def test_linear_probe_never_sees_test_labels(digits):
     train, test = digits
     shuffled = Features(test.x, test.y[torch.randperm(len(test.y), generator=torch.Generator().manual_seed(1))])
@@ -150,3 +162,11 @@ def test_ci95_is_student_t():
 
 def test_registered_protocols():
     assert {"knn", "linear_probe", "few_shot", "zero_shot", "retrieval"} <= set(PROTOCOLS)
+
+
+def test_linear_probe_rejects_unknown_bf16_setting(digits):
+    from ssl_zoo.errors import UserError
+
+    train, test = digits
+    with pytest.raises(UserError, match="expected auto, true or false"):
+        linear_probe_scores(train.x, train.y, test.x, 10, {"bf16": "maybe"})

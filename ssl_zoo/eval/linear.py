@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ssl_zoo.errors import UserError
 from ssl_zoo.eval.context import EvalContext, Result
 from ssl_zoo.eval.metrics import classification_metrics
 
@@ -88,10 +89,11 @@ class LogReg:
         return v, b - torch.einsum("pd,pdc->pc", mean, v)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, P, C) class scores of raw features x (n, D)."""
-        v, c = self.raw(self.w, self.b, self.mean, self.std)
+        """(n, P, C) class scores of raw features x (n, D); centred first (see LogRegProblem)."""
+        m0 = self.mean[0]
+        v, c = self.raw(self.w, self.b, self.mean - m0, self.std)
         P, D, C = v.shape
-        return (x.float() @ v.permute(1, 0, 2).reshape(D, P * C)).view(-1, P, C) + c
+        return ((x.float() - m0) @ v.permute(1, 0, 2).reshape(D, P * C)).view(-1, P, C) + c
 
 
 class LogRegProblem:
@@ -117,21 +119,27 @@ class LogRegProblem:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, weights: torch.Tensor | None = None,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None, bf16: bool = False,
-                 xt: torch.Tensor | None = None):
-        self.x = x.float()
+                 xt: torch.Tensor | None = None, centered: bool = False):
+        # Work on centred features: the folded standardisation (V = W / std, c = b - mean V) on
+        # features far from zero cancels catastrophically (DINO's: |x| up to 2.9, std 0.003; a
+        # constant offset feature turned the gradient into noise / 1e-6), and bf16 keeps 8 bits
+        # of |x|. ``centered``: x is centred already (the caller's own copy), use it as is.
+        x = x.float()
+        self.shift = torch.zeros(x.shape[1], device=x.device) if centered else x.mean(0)
+        self.x = x if centered else x - self.shift
         n, D = self.x.shape
         self.P = 1 if weights is None else len(weights)
         self.C, self.bf16 = num_classes, bf16
         dev = self.x.device
         weights = torch.ones(self.P, n, device=dev) if weights is None else weights.to(dev, torch.float32)
         self.weights = (weights / weights.sum(1, keepdim=True))[:, None, :]  # (P, 1, n): each loss is a mean
-        self.mean = torch.zeros(self.P, D, device=dev) if mean is None else mean.to(dev).expand(self.P, D)
+        self.mean = torch.zeros(self.P, D, device=dev) if mean is None else mean.to(dev).float().expand(self.P, D)
+        self.centred_mean = self.mean - self.shift  # the standardisation in the centred coordinates
         self.std = torch.ones(self.P, D, device=dev) if std is None else std.to(dev).expand(self.P, D)
         self.y = y.to(dev).view(1, 1, n).expand(self.P, 1, n)
         self.onehot = F.one_hot(y.to(dev), num_classes).T.float()[None]  # (1, C, n)
-        if bf16 and xt is None:  # (D, n): both matmuls read its rows; ``xt`` may be a column slice of a larger one
-            xt = bf16_transposed(self.x)
-        self.xt = xt
+        # bf16: x^T as (D, n); both matmuls read its rows. ``xt``: a prebuilt one (e.g. a column slice of a larger copy)
+        self.xt = (bf16_transposed(self.x) if xt is None else xt) if bf16 else None
         self.anchor = self.last = None
 
     def _unpack(self, theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +172,7 @@ class LogRegProblem:
 
     def loss_grad(self, theta: np.ndarray, lams: torch.Tensor) -> tuple[float, np.ndarray]:
         w, b = self._unpack(theta)
-        v, c = LogReg.raw(w, b, self.mean, self.std)
+        v, c = LogReg.raw(w, b, self.centred_mean, self.std)
         P, D, C = v.shape
         rows = v.permute(0, 2, 1).reshape(P * C, D)
         if self.bf16 and self.anchor is None:
@@ -173,7 +181,7 @@ class LogRegProblem:
         logits, ce, g, gv = self._anchored(rows, c) if self.bf16 else self._exact(rows, c)
         gc = g.view(P, C, -1).sum(2)
         # back through V = W / std, c = b - mean V
-        gw = (gv.view(P, C, D).permute(0, 2, 1) - self.mean[:, :, None] * gc[:, None, :]) / self.std[:, :, None]
+        gw = (gv.view(P, C, D).permute(0, 2, 1) - self.centred_mean[:, :, None] * gc[:, None, :]) / self.std[:, :, None]
         gw += lams[:, None, None] * w
         loss = ce + 0.5 * (lams * w.pow(2).sum((1, 2))).double().sum()
         self.last = (theta.astype(np.float32), rows, c, logits, g, gv)  # the weights as evaluated (fp32)
@@ -248,6 +256,16 @@ def linear_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
         return _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed)
 
 
+def use_bf16(setting: Any, x: torch.Tensor, num_classes: int) -> bool:
+    """``auto``: bf16 matmuls only for problems big enough to gain (n*D*C >= SMALL_PROBLEM);
+    small ones stay fp32, where rounding the features would move weakly regularised optima."""
+    if isinstance(setting, bool):
+        return setting
+    if str(setting).lower() == "auto":
+        return x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
+    raise UserError(f"eval.linear_probe.bf16={setting!r}: expected auto, true or false")
+
+
 def val_top1(models: list[LogReg], x: torch.Tensor, y: torch.Tensor, mean, std) -> torch.Tensor:
     """Top-1 of each single-problem model on (x, y), in one matmul."""
     k = len(models)
@@ -258,15 +276,17 @@ def val_top1(models: list[LogReg], x: torch.Tensor, y: torch.Tensor, mean, std) 
 
 def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     max_iter, tol = int(cfg.get("max_iter", 500)), float(cfg.get("tol", 1e-4))
-    standardize, bf16 = bool(cfg.get("standardize", True)), bool(cfg.get("bf16", True))
+    standardize, bf16 = bool(cfg.get("standardize", True)), use_bf16(cfg.get("bf16", "auto"), train_x, num_classes)
     fit_idx, val_idx = stratified_val_split(train_y.cpu().numpy(), float(cfg.get("val_fraction", 0.2)), seed)
     order = torch.as_tensor(np.concatenate([fit_idx, val_idx]), device=train_x.device)
-    x, y, n_fit = train_x[order].float(), train_y[order], len(fit_idx)  # fitting rows first, then val
-    xt = bf16_transposed(x) if bf16 else None  # one bf16 copy: its first n_fit columns serve the sweep
+    x, y, n_fit = train_x[order].float(), train_y[order], len(fit_idx)  # a copy: fitting rows first, then val
+    shift = x[:n_fit].mean(0)
+    x -= shift  # centred in place (see LogRegProblem); the test features get the same shift
     lambdas = lambda_grid(cfg)
     mean, std = standard_stats(x[:n_fit], standardize)
+    xt = bf16_transposed(x) if bf16 else None  # one bf16 copy: its first n_fit columns serve the sweep
     sweep = LogRegProblem(x[:n_fit], y[:n_fit], num_classes, mean=mean, std=std, bf16=bf16,
-                          xt=None if xt is None else xt[:, :n_fit])
+                          xt=None if xt is None else xt[:, :n_fit], centered=True)
     models, init = [], None
     for lam in lambdas:  # strong to weak, each warm-started from the last
         init = sweep.fit([lam], init=init, max_iter=max_iter, tol=tol)
@@ -275,10 +295,10 @@ def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     del sweep
     best = int(torch.argmax(val_acc))  # first maximum: the strongest lambda among ties
     mean, std = standard_stats(x, standardize)  # final fit on train + val, warm-started
-    final = LogRegProblem(x, y, num_classes, mean=mean, std=std, bf16=bf16, xt=xt).fit(
+    final = LogRegProblem(x, y, num_classes, mean=mean, std=std, bf16=bf16, xt=xt, centered=True).fit(
         [lambdas[best]], init=LogReg(models[best].w, models[best].b, mean, std), max_iter=max_iter, tol=tol,
         exact=True)
-    return final.scores(test_x)[:, 0], lambdas[best], dict(zip(lambdas, val_acc.tolist()))
+    return final.scores(test_x.float() - shift)[:, 0], lambdas[best], dict(zip(lambdas, val_acc.tolist()))
 
 
 def linear_probe(ctx: EvalContext, cfg: Mapping[str, Any]) -> list[Result]:
