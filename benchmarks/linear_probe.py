@@ -9,6 +9,7 @@ top-1, final fit on train + val, test top-1 reported.
 
     python benchmarks/linear_probe.py            # 50,000 x 512, 10 classes
     python benchmarks/linear_probe.py --n 10000  # smaller
+    python benchmarks/linear_probe.py --features TRAIN.safetensors TEST.safetensors --repeats 1
 """
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def sklearn_sweep(x: np.ndarray, y: np.ndarray, xt: np.ndarray, lambdas: list[fl
 
     from ssl_zoo.eval.linear import stratified_val_split
 
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    warnings.simplefilter("ignore", ConvergenceWarning)  # weakly regularised fits on real features hit max_iter
     fit, val = stratified_val_split(y, val_fraction, seed)
     scaler = StandardScaler().fit(x[fit])
     xf, xv = scaler.transform(x[fit]), scaler.transform(x[val])
@@ -58,16 +64,25 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--sep", type=float, default=3.0, help="class-mean separation (sets the difficulty)")
     p.add_argument("--num-lambdas", type=int, default=7)
-    p.add_argument("--sklearn-max-iter", type=int, default=1000)
+    p.add_argument("--max-iter", type=int, default=500, help="L-BFGS iterations per fit, both sides (ssl_zoo's default)")
+    p.add_argument("--features", nargs=2, metavar=("TRAIN", "TEST"),
+                   help="real features instead of the mixture: two .safetensors files with x (n, D) and y (n,), "
+                        "e.g. entries of ssl_zoo's feature cache")
     p.add_argument("--fp32", action="store_true", help="all matmuls in fp32 (eval.linear_probe.bf16=false)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median is reported")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
-    x, y = gaussian_mixture(args.n + args.n_test, args.dim, args.classes, 0, args.sep)
-    xtr, ytr, xte, yte = x[:args.n], y[:args.n], x[args.n:], y[args.n:]
+    if args.features:
+        from safetensors.torch import load_file
+
+        (xtr, ytr), (xte, yte) = ((f["x"].float(), f["y"].long()) for f in map(load_file, args.features))
+        args.n, args.n_test, args.dim, args.classes = len(xtr), len(xte), xtr.shape[1], int(ytr.max()) + 1
+    else:
+        x, y = gaussian_mixture(args.n + args.n_test, args.dim, args.classes, 0, args.sep)
+        xtr, ytr, xte, yte = x[:args.n], y[:args.n], x[args.n:], y[args.n:]
     cfg = {"num_lambdas": args.num_lambdas, "lambda_min": 1e-6, "lambda_max": 1.0, "val_fraction": 0.2,
-           "bf16": not args.fp32}
+           "bf16": "auto" if not args.fp32 else False, "max_iter": args.max_iter}
     lambdas = lambda_grid(cfg)
     print(f"features: {args.n} train + {args.n_test} test x {args.dim} dims, {args.classes} classes; "
           f"{len(lambdas)} lambdas + final fit; torch {torch.__version__} threads={torch.get_num_threads()} "
@@ -93,7 +108,7 @@ def main() -> None:
         lambda: linear_probe_scores(xtr.to(dev), ytr.to(dev), xte.to(dev), args.classes, cfg, seed=0))
     acc_ours = (scores.argmax(1).cpu() == yte).float().mean().item()
     t_sk, times_sk, (pred, lam_sk) = timed(
-        lambda: sklearn_sweep(xtr.numpy(), ytr.numpy(), xte.numpy(), lambdas, 0.2, 0, args.sklearn_max_iter))
+        lambda: sklearn_sweep(xtr.numpy(), ytr.numpy(), xte.numpy(), lambdas, 0.2, 0, args.max_iter))
     acc_sk = float((pred == yte.numpy()).mean())
     print("runs (s): ssl_zoo " + " ".join(f"{t:.2f}" for t in times_ours)
           + " | sklearn " + " ".join(f"{t:.2f}" for t in times_sk))
