@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from ssl_zoo.data.datasets import load_dataset
 from ssl_zoo.data.prompts import classnames_for, prompt_hash, templates_for
 from ssl_zoo.errors import UserError
-from ssl_zoo.eval.features import FeatureSource
 from ssl_zoo.eval.models import build_source
 from ssl_zoo.eval.runner import evaluate
 

@@ -267,8 +267,8 @@ def bench(cfg, run_dir: Path) -> list[dict[str, Any]]:
     hw = json.loads((bench_dir / HARDWARE_FILE).read_text())
     settings = protocol_settings(c.info["eval"] for c in cells)
     (bench_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    table = write_outputs(rows, bench_dir, specs=column_specs(table_cfg), metric=table_cfg.get("metric", "top1"),
-                          hardware_list=hw, settings=settings, title=f"ssl_zoo bench: {suite['name']}")
+    write_outputs(rows, bench_dir, specs=column_specs(table_cfg), metric=table_cfg.get("metric", "top1"),
+                  hardware_list=hw, settings=settings, title=f"ssl_zoo bench: {suite['name']}")
     if suite.get("study") and rows:  # a suite's own analysis after its cells (e.g. concept_frequency)
         from ssl_zoo.study.experiment import run_study
 

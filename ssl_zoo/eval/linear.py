@@ -18,6 +18,7 @@ folds of one lambda share one run over the sum of their objectives
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -32,6 +33,16 @@ from ssl_zoo.eval.metrics import classification_metrics
 SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sync costs more than the matmul)
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_threads():
+    """One threadpoolctl controller: building one scans the loaded libraries (~2 ms),
+    too much for every few-shot fit. scipy.optimize is imported first so its BLAS is seen."""
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 @contextmanager
 def threads_for(n: int, dim: int, num_classes: int, device: str | torch.device = "cpu") -> Iterator[None]:
     """Threads for a fit. Small CPU fits run torch single-threaded: OpenMP
@@ -40,14 +51,12 @@ def threads_for(n: int, dim: int, num_classes: int, device: str | torch.device =
     load. The BLAS under scipy's L-BFGS-B (dot products of a few thousand
     numbers) always gets one thread: its idle threads spin and took a core from
     torch's matmuls (the 50,000 x 512 probe ran 2x slower)."""
-    from threadpoolctl import threadpool_limits
-
     before = torch.get_num_threads()
     small = n * dim * num_classes < SMALL_PROBLEM
     if torch.device(device).type == "cpu" and small and before != 1:
         torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_threads().limit(limits=1, user_api="blas"):
             yield
     finally:
         if torch.get_num_threads() != before:

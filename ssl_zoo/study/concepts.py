@@ -14,7 +14,6 @@ log-frequency: they are reported but left out of the fit.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import tarfile
