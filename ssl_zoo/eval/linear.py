@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from ssl_zoo.errors import UserError
 from ssl_zoo.eval.context import EvalContext, Result
 from ssl_zoo.eval.metrics import classification_metrics
+from ssl_zoo.eval.products import FeatureProducts
 
 SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sync costs more than the matmul)
 
@@ -77,14 +78,6 @@ def standard_stats(x: torch.Tensor, enabled: bool = True) -> tuple[torch.Tensor,
     return mean, (sq / max(len(x) - 1, 1)).sqrt().clamp_min(1e-6)
 
 
-def bf16_transposed(x: torch.Tensor, rows: int = 512) -> torch.Tensor:
-    """x (n, D) as a contiguous bf16 (D, n), converted and transposed one cache-sized block at a time."""
-    out = torch.empty(x.shape[1], len(x), dtype=torch.bfloat16, device=x.device)
-    for i in range(0, len(x), rows):
-        out[:, i:i + rows] = x[i:i + rows].T
-    return out
-
-
 class LogReg:
     """P fitted linear classifiers in standardised coordinates: W (P, D, C), b (P, C)."""
 
@@ -102,7 +95,9 @@ class LogReg:
         m0 = self.mean[0]
         v, c = self.raw(self.w, self.b, self.mean - m0, self.std)
         P, D, C = v.shape
-        return ((x.float() - m0) @ v.permute(1, 0, 2).reshape(D, P * C)).view(-1, P, C) + c
+        z = x.float() - m0
+        mode = "dense" if z.numel() * P * C >= SMALL_PROBLEM else "plain"
+        return FeatureProducts(z, mode=mode).logits(v.permute(0, 2, 1).reshape(P * C, D)).T.reshape(-1, P, C) + c
 
 
 class LogRegProblem:
@@ -115,9 +110,9 @@ class LogRegProblem:
     (P, D) or (D,) standardise (None: none). Per-sample arrays are (P*C, n):
     a softmax over the C rows of a contiguous block is ~10x faster than over (n, C).
 
-    ``bf16``: the two matmuls of an evaluation read a bf16 copy of x (made once,
-    so a lambda sweep reuses it; the matmuls are memory-bound, so half the bytes
-    is ~3x the speed). A bf16 *output* would be too coarse: the CE gradient
+    The two products of an evaluation go through ``FeatureProducts`` (x laid out
+    once for oneDNN on CPU). ``bf16``: they read a bf16 copy of x (made once, so
+    a lambda sweep reuses it; ~2x the speed of fp32). A bf16 *output* would be too coarse: the CE gradient
     nearly cancels the penalty's, and a rounded loss stalls the line search. So
     logits and CE gradient are kept in fp32 at an anchor (the last accepted
     iterate; exact fp32 at the first fit) and only the change from it goes
@@ -128,7 +123,7 @@ class LogRegProblem:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, weights: torch.Tensor | None = None,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None, bf16: bool = False,
-                 xt: torch.Tensor | None = None, centered: bool = False):
+                 products: FeatureProducts | None = None, centered: bool = False):
         # Work on centred features: the folded standardisation (V = W / std, c = b - mean V) on
         # features far from zero cancels catastrophically (DINO's: |x| up to 2.9, std 0.003; a
         # constant offset feature turned the gradient into noise / 1e-6), and bf16 keeps 8 bits
@@ -147,8 +142,13 @@ class LogRegProblem:
         self.std = torch.ones(self.P, D, device=dev) if std is None else std.to(dev).expand(self.P, D)
         self.y = y.to(dev).view(1, 1, n).expand(self.P, 1, n)
         self.onehot = F.one_hot(y.to(dev), num_classes).T.float()[None]  # (1, C, n)
-        # bf16: x^T as (D, n); both matmuls read its rows. ``xt``: a prebuilt one (e.g. a column slice of a larger copy)
-        self.xt = (bf16_transposed(self.x) if xt is None else xt) if bf16 else None
+        # ``products``: prebuilt ones over these rows (e.g. the head of a larger set's). Packing costs
+        # more than it saves below SMALL_PROBLEM; bf16's anchors are computed with plain fp32 matmuls.
+        large = n * D * num_classes >= SMALL_PROBLEM
+        if products is None:
+            products = FeatureProducts(self.x, torch.bfloat16 if bf16 else torch.float32, "pack" if large else "plain")
+        self.products = products
+        self.exact_products = FeatureProducts(self.x, mode="dense" if large else "plain") if bf16 else products
         self.anchor = self.last = None
 
     def _unpack(self, theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,17 +166,17 @@ class LogRegProblem:
     def _exact(self, rows: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(logits, CE, dL/dlogits, dCE/dV as (P*C, D)) in fp32; rows = V as (P*C, D)."""
         if rows.any():
-            logits = F.linear(self.x, rows).T + c.reshape(-1, 1)
+            logits = self.exact_products.logits(rows) + c.reshape(-1, 1)
         else:  # the usual first point, W = 0
             logits = c.reshape(-1, 1).expand(-1, len(self.x)).contiguous()
         ce, g = self._softmax_grad(logits)
-        return logits, ce, g, g @ self.x
+        return logits, ce, g, self.exact_products.grad(g)
 
     def _anchored(self, rows: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows_a, c_a, logits_a, g_a, gv_a = self.anchor
-        logits = ((rows - rows_a).bfloat16() @ self.xt).float().add_(logits_a).add_((c - c_a).reshape(-1, 1))
+        logits = self.products.logits(rows - rows_a).float().add_(logits_a).add_((c - c_a).reshape(-1, 1))
         ce, g = self._softmax_grad(logits)
-        gv = (self.xt @ (g - g_a).bfloat16().T).float().T.add_(gv_a)
+        gv = self.products.grad(g - g_a).float().add_(gv_a)
         return logits, ce, g, gv
 
     def loss_grad(self, theta: np.ndarray, lams: torch.Tensor) -> tuple[float, np.ndarray]:
@@ -293,9 +293,11 @@ def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     x -= shift  # centred in place (see LogRegProblem); the test features get the same shift
     lambdas = lambda_grid(cfg)
     mean, std = standard_stats(x[:n_fit], standardize)
-    xt = bf16_transposed(x) if bf16 else None  # one bf16 copy: its first n_fit columns serve the sweep
+    # features prepared once, in two blocks: the sweep uses the fitting rows, the final fit all
+    large = x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
+    products = FeatureProducts(x, torch.bfloat16 if bf16 else torch.float32, "pack" if large else "plain", split=n_fit)
     sweep = LogRegProblem(x[:n_fit], y[:n_fit], num_classes, mean=mean, std=std, bf16=bf16,
-                          xt=None if xt is None else xt[:, :n_fit], centered=True)
+                          products=products.head(), centered=True)
     models, init = [], None
     for lam in lambdas:  # strong to weak, each warm-started from the last
         init = sweep.fit([lam], init=init, max_iter=max_iter, tol=tol)
@@ -304,7 +306,7 @@ def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     del sweep
     best = int(torch.argmax(val_acc))  # first maximum: the strongest lambda among ties
     mean, std = standard_stats(x, standardize)  # final fit on train + val, warm-started
-    final = LogRegProblem(x, y, num_classes, mean=mean, std=std, bf16=bf16, xt=xt, centered=True).fit(
+    final = LogRegProblem(x, y, num_classes, mean=mean, std=std, bf16=bf16, products=products, centered=True).fit(
         [lambdas[best]], init=LogReg(models[best].w, models[best].b, mean, std), max_iter=max_iter, tol=tol,
         exact=True)
     return final.scores(test_x.float() - shift)[:, 0], lambdas[best], dict(zip(lambdas, val_acc.tolist()))
