@@ -9,10 +9,10 @@ solver is sklearn's too (scipy's L-BFGS-B, same tolerance and stopping rule);
 only the loss and gradient are computed differently, in torch.
 
 Speed (benchmarks/linear_probe.py, docs/performance.md): the standardisation
-is folded into the weights, so an evaluation is one matmul with the raw
-features and one with their transpose; those read a bf16 copy around fp32
-anchors (LogRegProblem); the lambda sweep warm-starts each fit from the
-previous (stronger) lambda and reuses the copy and the anchor. The few-shot
+is folded into the weights, so an evaluation is two products with the raw
+features, done by oneDNN on features laid out once (products.py), in bf16
+around fp32 anchors (LogRegProblem); the lambda sweep warm-starts each fit
+from the previous (stronger) lambda and reuses the prepared features and the anchor. The few-shot
 folds of one lambda share one run over the sum of their objectives
 (independent problems of similar conditioning: same minimisers).
 """
@@ -112,8 +112,9 @@ class LogRegProblem:
 
     The two products of an evaluation go through ``FeatureProducts`` (x laid out
     once for oneDNN on CPU). ``bf16``: they read a bf16 copy of x (made once, so
-    a lambda sweep reuses it; ~2x the speed of fp32). A bf16 *output* would be too coarse: the CE gradient
-    nearly cancels the penalty's, and a rounded loss stalls the line search. So
+    a lambda sweep reuses it; ~2x the speed of fp32). A bf16 *output* would be
+    too coarse: the CE gradient nearly cancels the penalty's, and a rounded loss
+    stalls the line search. So
     logits and CE gradient are kept in fp32 at an anchor (the last accepted
     iterate; exact fp32 at the first fit) and only the change from it goes
     through bf16: ``logits = L_a + (V - V_a) x_bf16``, ``grad = g_a + x_bf16 (G - G_a)``.
