@@ -170,3 +170,13 @@ def test_linear_probe_rejects_unknown_bf16_setting(digits):
     train, test = digits
     with pytest.raises(UserError, match="expected auto, true or false"):
         linear_probe_scores(train.x, train.y, test.x, 10, {"bf16": "maybe"})
+
+
+def test_bf16_auto_needs_a_large_problem_and_bf16_hardware():
+    from ssl_zoo.eval.linear import SMALL_PROBLEM, use_bf16
+    from ssl_zoo.eval.products import bf16_onednn_ok
+
+    big, small = torch.empty(-(-SMALL_PROBLEM // (10 * 64)), 64), torch.empty(1000, 64)  # n*D*C >= SMALL_PROBLEM
+    assert use_bf16("auto", big, 10) == bf16_onednn_ok(big)
+    assert not use_bf16("auto", small, 10)
+    assert use_bf16(True, small, 10) and not use_bf16(False, big, 10)

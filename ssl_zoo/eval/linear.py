@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from ssl_zoo.errors import UserError
 from ssl_zoo.eval.context import EvalContext, Result
 from ssl_zoo.eval.metrics import classification_metrics
-from ssl_zoo.eval.products import FeatureProducts
+from ssl_zoo.eval.products import FeatureProducts, bf16_onednn_ok
 
 SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sync costs more than the matmul)
 
@@ -267,12 +267,15 @@ def linear_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
 
 
 def use_bf16(setting: Any, x: torch.Tensor, num_classes: int) -> bool:
-    """``auto``: bf16 matmuls only for problems big enough to gain (n*D*C >= SMALL_PROBLEM);
-    small ones stay fp32, where rounding the features would move weakly regularised optima."""
+    """``auto``: bf16 products only for problems big enough to gain (n*D*C >= SMALL_PROBLEM)
+    on hardware with bf16 arithmetic (CUDA, or a CPU whose oneDNN has it: elsewhere bf16 is
+    emulated and slower than fp32); small ones stay fp32, where rounding the features would
+    move weakly regularised optima."""
     if isinstance(setting, bool):
         return setting
     if str(setting).lower() == "auto":
-        return x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
+        fast = x.device.type != "cpu" or bf16_onednn_ok(x)
+        return fast and x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
     raise UserError(f"eval.linear_probe.bf16={setting!r}: expected auto, true or false")
 
 

@@ -40,6 +40,11 @@ def _onednn_ok(x: torch.Tensor, dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def bf16_onednn_ok(x: torch.Tensor) -> bool:
+    """x is on a CPU whose oneDNN runs bf16 natively (AVX512-BF16 / AMX): FeatureProducts can pack it."""
+    return _onednn_ok(x, torch.bfloat16)
+
+
 def _linear(inp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """inp (M, K) @ weight (N, K)^T by oneDNN; ``weight`` packed or dense."""
     return torch.ops.mkldnn._linear_pointwise(inp, weight, None, "none", [None], "")
