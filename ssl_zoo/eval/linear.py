@@ -34,6 +34,18 @@ from ssl_zoo.eval.products import FeatureProducts, bf16_onednn_ok
 SMALL_PROBLEM = 1 << 24  # n * D * C below this: one thread beats two (thread sync costs more than the matmul)
 
 
+def is_large(n: int, dim: int, outputs: int) -> bool:
+    """n * D * C at or above SMALL_PROBLEM: worth two threads, bf16 and preparing the features."""
+    return n * dim * outputs >= SMALL_PROBLEM
+
+
+def probe_products(x: torch.Tensor, num_classes: int, bf16: bool, split: int | None = None) -> FeatureProducts:
+    """The products of a fit's evaluations: laid out once for large problems (packing costs
+    more than it saves on small ones), in bf16 or fp32."""
+    mode = "pack" if is_large(*x.shape, num_classes) else "plain"
+    return FeatureProducts(x, torch.bfloat16 if bf16 else torch.float32, mode, split=split)
+
+
 @functools.lru_cache(maxsize=1)
 def _blas_threads():
     """One threadpoolctl controller: building one scans the loaded libraries (~2 ms),
@@ -53,8 +65,7 @@ def threads_for(n: int, dim: int, num_classes: int, device: str | torch.device =
     numbers) always gets one thread: its idle threads spin and took a core from
     torch's matmuls (the 50,000 x 512 probe ran 2x slower)."""
     before = torch.get_num_threads()
-    small = n * dim * num_classes < SMALL_PROBLEM
-    if torch.device(device).type == "cpu" and small and before != 1:
+    if torch.device(device).type == "cpu" and not is_large(n, dim, num_classes) and before != 1:
         torch.set_num_threads(1)
     try:
         with _blas_threads().limit(limits=1, user_api="blas"):
@@ -96,7 +107,7 @@ class LogReg:
         v, c = self.raw(self.w, self.b, self.mean - m0, self.std)
         P, D, C = v.shape
         z = x.float() - m0
-        mode = "dense" if z.numel() * P * C >= SMALL_PROBLEM else "plain"
+        mode = "dense" if is_large(*z.shape, P * C) else "plain"
         return FeatureProducts(z, mode=mode).logits(v.permute(0, 2, 1).reshape(P * C, D)).T.reshape(-1, P, C) + c
 
 
@@ -143,13 +154,11 @@ class LogRegProblem:
         self.std = torch.ones(self.P, D, device=dev) if std is None else std.to(dev).expand(self.P, D)
         self.y = y.to(dev).view(1, 1, n).expand(self.P, 1, n)
         self.onehot = F.one_hot(y.to(dev), num_classes).T.float()[None]  # (1, C, n)
-        # ``products``: prebuilt ones over these rows (e.g. the head of a larger set's). Packing costs
-        # more than it saves below SMALL_PROBLEM; bf16's anchors are computed with plain fp32 matmuls.
-        large = n * D * num_classes >= SMALL_PROBLEM
-        if products is None:
-            products = FeatureProducts(self.x, torch.bfloat16 if bf16 else torch.float32, "pack" if large else "plain")
-        self.products = products
-        self.exact_products = FeatureProducts(self.x, mode="dense" if large else "plain") if bf16 else products
+        # ``products``: prebuilt ones over these rows (e.g. the head of a larger set's). bf16's exact
+        # fp32 anchors are few per fit: oneDNN on x as it is, nothing to prepare.
+        self.products = probe_products(self.x, num_classes, bf16) if products is None else products
+        dense = "dense" if is_large(n, D, num_classes) else "plain"
+        self.exact_products = FeatureProducts(self.x, mode=dense) if bf16 else self.products
         self.anchor = self.last = None
 
     def _unpack(self, theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,7 +284,7 @@ def use_bf16(setting: Any, x: torch.Tensor, num_classes: int) -> bool:
         return setting
     if str(setting).lower() == "auto":
         fast = x.device.type != "cpu" or bf16_onednn_ok(x)
-        return fast and x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
+        return fast and is_large(*x.shape, num_classes)
     raise UserError(f"eval.linear_probe.bf16={setting!r}: expected auto, true or false")
 
 
@@ -297,9 +306,8 @@ def _linear_probe_scores(train_x, train_y, test_x, num_classes, cfg, seed):
     x -= shift  # centred in place (see LogRegProblem); the test features get the same shift
     lambdas = lambda_grid(cfg)
     mean, std = standard_stats(x[:n_fit], standardize)
-    # features prepared once, in two blocks: the sweep uses the fitting rows, the final fit all
-    large = x.shape[0] * x.shape[1] * num_classes >= SMALL_PROBLEM
-    products = FeatureProducts(x, torch.bfloat16 if bf16 else torch.float32, "pack" if large else "plain", split=n_fit)
+    # prepared once: the sweep uses the fitting rows, the final fit all
+    products = probe_products(x, num_classes, bf16, split=n_fit)
     sweep = LogRegProblem(x[:n_fit], y[:n_fit], num_classes, mean=mean, std=std, bf16=bf16,
                           products=products.head(), centered=True)
     models, init = [], None

@@ -18,6 +18,8 @@ on 40,000 x 512, 2 cores, logits + gradient per evaluation:
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 MODES = ("pack", "dense", "plain")
@@ -60,7 +62,7 @@ class FeatureProducts:
                  split: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-        self.dtype, self.dim = dtype, x.shape[1]
+        self.dtype = dtype
         self.mode = mode if mode == "plain" or _onednn_ok(x, dtype) else "plain"
         parts = [x] if split is None else [x[:split], x[split:]]
         self.sizes = [len(p) for p in parts]
@@ -81,9 +83,8 @@ class FeatureProducts:
 
     def head(self) -> "FeatureProducts":
         """The first block alone."""
-        head = object.__new__(FeatureProducts)
-        head.dtype, head.dim, head.mode, head.sizes, head.blocks = (
-            self.dtype, self.dim, self.mode, self.sizes[:1], self.blocks[:1])
+        head = copy.copy(self)
+        head.sizes, head.blocks = self.sizes[:1], self.blocks[:1]
         return head
 
     def logits(self, rows: torch.Tensor) -> torch.Tensor:
